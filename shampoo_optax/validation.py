@@ -1,0 +1,50 @@
+"""Checks of hyperparameters, run when an optimizer is built.
+
+Each check raises ``ValueError`` naming the argument, the value and a valid
+choice. Values that are not Python numbers (arrays, or tracers passed by
+``optax.inject_hyperparams``) are not checked, because their values are not
+known when the optimizer is built.
+"""
+
+import numbers
+from collections.abc import Sequence
+
+
+def _is_concrete_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_positive_int(name: str, value, example: int) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}; use e.g. {example}")
+
+
+def check_non_negative_int(name: str, value, example: int) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}; use e.g. {example}")
+
+
+def check_unit_interval(name: str, value, example: float, *, include_one: bool) -> None:
+    """Check 0 <= value < 1, or 0 <= value <= 1 with ``include_one``."""
+    if not _is_concrete_number(value):
+        return
+    upper_ok = value <= 1 if include_one else value < 1
+    if not (value >= 0 and upper_ok):
+        interval = "[0, 1]" if include_one else "[0, 1)"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}; use e.g. {example}")
+
+
+def check_non_negative(name: str, value, example: float) -> None:
+    if _is_concrete_number(value) and not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}; use e.g. {example}")
+
+
+def check_positive(name: str, value, example: float) -> None:
+    if _is_concrete_number(value) and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}; use e.g. {example}")
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> None:
+    if value not in choices:
+        options = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
