@@ -201,7 +201,8 @@ def _final_loss(optimizer, features, targets, steps):
 def test_beats_adamw_on_ill_conditioned_least_squares():
     features, targets = _least_squares_problem()
     steps = 300
-    rates = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    # AdamW's best rate on this problem is 0.3, inside the sweep.
+    rates = [1e-2, 3e-2, 1e-1, 3e-1, 1.0]
     adamw = min(_final_loss(optax.adamw(lr, weight_decay=0.0), features, targets, steps) for lr in rates)
     shampoo = min(
         _final_loss(
