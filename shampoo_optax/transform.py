@@ -212,6 +212,10 @@ def scale_by_shampoo(
             momentum=packed_zeros,
         )
 
+    # NOTE: a non-finite gradient makes the statistics non-finite for good.
+    # Later roots are then rejected, so the stored roots stay finite, but the
+    # preconditioner stops adapting. Wrap the optimizer in
+    # optax.apply_if_finite to skip such steps.
     def update_statistics(statistics, stacks, layout: blocking.StatisticLayout):
         terms: list[list[jax.Array]] = [[] for _ in layout.groups]
         for blocks, slots in zip(stacks, layout.slots):
