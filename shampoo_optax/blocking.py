@@ -12,8 +12,9 @@ merged. A parameter goes through three steps:
    thus falls into at most 2^rank regions, each a grid of blocks of one shape.
 3. Stack: regions of the same block shape, from all parameters, are stacked
    into one array ``[n, *block_shape]``. The roots and preconditioning of a
-   stack are one batched computation whatever the number of layers that share
-   the shape; only the reshapes that pack and unpack each leaf grow with it.
+   stack are one batched computation, whatever the number of layers that
+   share the shape. Only the reshapes that pack and unpack each leaf grow
+   with the number of layers.
    The leading axis is the one to shard when root work is split across
    devices.
 

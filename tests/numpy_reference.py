@@ -35,6 +35,8 @@ def block_slices(shape, block_size):
 
 
 def inverse_pth_root(matrix, p, epsilon):
+    """Return (A + epsilon * max(lambda_max, 1) I)^(-1/p) in float64."""
+    matrix = np.asarray(matrix, np.float64)
     matrix = (matrix + matrix.T) / 2
     eigenvalues, eigenvectors = np.linalg.eigh(matrix)
     eigenvalues = np.maximum(eigenvalues, 0.0)
