@@ -36,7 +36,11 @@ class ShampooState(NamedTuple):
         averages (or sums, with ``beta2 = 1``) of the Kronecker factors.
       preconditioners: inverse p-th roots of the bias-corrected statistics,
         shapes as ``statistics``; identity until the first refresh.
-      root_errors: ``[n]`` per group: the residual of the last accepted root.
+      root_errors: ``[n]`` float32 per group: the residual of the root
+        computed at the last refresh, accepted or not (NaN for a non-finite
+        root); zero before the first refresh.
+      root_iterations: ``[n]`` int32 per group: Newton iterations used at the
+        last refresh (zero for eigendecompositions).
       root_failures: ``[n]`` int32 per group: how many refreshes rejected a
         root (non-finite or residual above ``root_error_threshold``) and kept
         the previous one.
@@ -51,6 +55,7 @@ class ShampooState(NamedTuple):
     statistics: tuple[jax.Array, ...]
     preconditioners: tuple[jax.Array, ...]
     root_errors: tuple[jax.Array, ...]
+    root_iterations: tuple[jax.Array, ...]
     root_failures: tuple[jax.Array, ...]
     second_moments: tuple[jax.Array, ...]
     momentum: tuple[jax.Array, ...]
@@ -134,6 +139,8 @@ def scale_by_shampoo(
     max_root_iterations: int = 100,
     root_tolerance: float = 1e-6,
     root_error_threshold: float = 1.0,
+    pseudo_inverse_rtol: float | None = None,
+    root_dtype: Any = None,
 ) -> optax.GradientTransformation:
     """Precondition gradients with Shampoo, grafted onto a diagonal method.
 
@@ -158,12 +165,20 @@ def scale_by_shampoo(
         of rank k uses p = 2k.
       skip_preconditioning_dim_size_gt: parameters with any dimension larger
         than this get the grafted diagonal step only.
-      root_method: ``"newton"`` (coupled Newton iterations) or ``"eigh"``.
+      root_method: ``"newton"`` (coupled Newton iterations) or ``"eigh"``
+        (eigendecomposition); see ``shampoo_optax.matrix_roots`` for how they
+        compare.
       max_root_iterations: cap on Newton iterations per root.
       root_tolerance: Newton stops once its error is at most this value.
       root_error_threshold: a root whose residual ``max |X^p A - I|`` is
         above this value, or not finite, is rejected and the previous root
         kept.
+      pseudo_inverse_rtol: if set, eigenvalues of a statistic at most this
+        fraction of its largest one count as zero, and the root leaves their
+        directions out (a pseudo-inverse). Needs ``root_method="eigh"``.
+      root_dtype: dtype the roots are computed in, e.g. ``jnp.float64`` with
+        ``jax_enable_x64`` on; the statistics' dtype by default. Roots are
+        stored in the statistics' dtype.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is a ``ShampooState``.
@@ -182,10 +197,12 @@ def scale_by_shampoo(
     validation.check_non_negative_int(
         "skip_preconditioning_dim_size_gt", skip_preconditioning_dim_size_gt, 4096
     )
-    validation.check_choice("root_method", root_method, matrix_roots.ROOT_METHODS)
+    matrix_roots.check_options("root_method", root_method, pseudo_inverse_rtol)
     validation.check_positive_int("max_root_iterations", max_root_iterations, 100)
     validation.check_positive("root_tolerance", root_tolerance, 1e-6)
     validation.check_positive("root_error_threshold", root_error_threshold, 1.0)
+    if root_dtype is not None:
+        root_dtype = validation.check_float_dtype("root_dtype", root_dtype)
 
     def layouts(leaves):
         return _layouts(leaves, block_size, skip_preconditioning_dim_size_gt, exponent_override)
@@ -207,6 +224,7 @@ def scale_by_shampoo(
             statistics=zeros,
             preconditioners=identities,
             root_errors=tuple(jnp.zeros((n,), jnp.float32) for _, _, n in statistics.groups),
+            root_iterations=tuple(jnp.zeros((n,), jnp.int32) for _, _, n in statistics.groups),
             root_failures=tuple(jnp.zeros((n,), jnp.int32) for _, _, n in statistics.groups),
             second_moments=grafting.init_second_moments(graft_type, packed_zeros),
             momentum=packed_zeros,
@@ -235,24 +253,27 @@ def scale_by_shampoo(
         # without grafting, the step.
         num_updates = jnp.maximum(count // statistics_compute_steps, 1)
         correction = grafting.bias_correction(beta2, num_updates)
-        roots, errors, failures = [], [], []
-        for (_, p, _), stats, old_root, old_error, old_failures in zip(
-            layout.groups, statistics, state.preconditioners, state.root_errors, state.root_failures
+        roots, errors, iterations, failures = [], [], [], []
+        for (_, p, _), stats, old_root, old_failures in zip(
+            layout.groups, statistics, state.preconditioners, state.root_failures
         ):
+            corrected = stats / correction.astype(stats.dtype)
             result = matrix_roots.matrix_inverse_pth_root(
-                stats / correction.astype(stats.dtype),
+                corrected if root_dtype is None else corrected.astype(root_dtype),
                 p,
                 epsilon=matrix_epsilon,
                 method=root_method,
                 max_iterations=max_root_iterations,
                 tolerance=root_tolerance,
+                pseudo_inverse_rtol=pseudo_inverse_rtol,
             )
-            finite = jnp.all(jnp.isfinite(result.root), axis=(1, 2))
-            accepted = finite & (result.error <= root_error_threshold)
-            roots.append(jnp.where(accepted[:, None, None], result.root, old_root))
-            errors.append(jnp.where(accepted, result.error.astype(jnp.float32), old_error))
+            root = result.root.astype(old_root.dtype)
+            accepted = jnp.all(jnp.isfinite(root), axis=(1, 2)) & (result.error <= root_error_threshold)
+            roots.append(jnp.where(accepted[:, None, None], root, old_root))
+            errors.append(result.error.astype(jnp.float32))
+            iterations.append(result.iterations)
             failures.append(old_failures + (~accepted).astype(jnp.int32))
-        return tuple(roots), tuple(errors), tuple(failures)
+        return tuple(roots), tuple(errors), tuple(iterations), tuple(failures)
 
     def update_fn(updates, state: ShampooState, params=None):
         del params
@@ -275,10 +296,10 @@ def scale_by_shampoo(
         refresh = (count >= start_preconditioning_step) & (
             (count - start_preconditioning_step) % preconditioning_compute_steps == 0
         )
-        preconditioners, root_errors, root_failures = jax.lax.cond(
+        preconditioners, root_errors, root_iterations, root_failures = jax.lax.cond(
             refresh,
             lambda: refresh_roots(state, statistics, count, statistic_layout),
-            lambda: (state.preconditioners, state.root_errors, state.root_failures),
+            lambda: (state.preconditioners, state.root_errors, state.root_iterations, state.root_failures),
         )
 
         use_shampoo = count >= start_preconditioning_step
@@ -315,6 +336,7 @@ def scale_by_shampoo(
             statistics=statistics,
             preconditioners=preconditioners,
             root_errors=root_errors,
+            root_iterations=root_iterations,
             root_failures=root_failures,
             second_moments=second_moments,
             momentum=momentum,
@@ -334,23 +356,35 @@ def shampoo(
     weight_decay: float = 0.0,
     *,
     weight_decay_mask: Any = None,
-    **shampoo_kwargs,
+    start_preconditioning_step: int = 10,
+    preconditioning_compute_steps: int = 10,
+    statistics_compute_steps: int = 1,
+    graft_type: grafting.GraftType = "adam",
+    nesterov: bool = False,
+    exponent_override: int | None = None,
+    skip_preconditioning_dim_size_gt: int = 4096,
+    root_method: matrix_roots.RootMethod = "newton",
+    max_root_iterations: int = 100,
+    root_tolerance: float = 1e-6,
+    root_error_threshold: float = 1.0,
+    pseudo_inverse_rtol: float | None = None,
+    root_dtype: Any = None,
 ) -> optax.GradientTransformation:
     """Shampoo with decoupled weight decay and a learning rate or schedule.
 
     The chain is ``scale_by_shampoo``, then ``optax.add_decayed_weights`` (as
     in AdamW, the decay is not preconditioned), then
-    ``optax.scale_by_learning_rate``.
+    ``optax.scale_by_learning_rate``. Every argument is spelled out, rather
+    than forwarded as ``**kwargs``, so that ``optax.inject_hyperparams`` can
+    see them.
 
     Args:
       learning_rate: a float or an optax schedule.
-      block_size, beta1, beta2, diagonal_epsilon, matrix_epsilon: see
-        ``scale_by_shampoo``.
       weight_decay: decoupled weight decay rate, multiplied by the learning
         rate as in ``optax.adamw``.
       weight_decay_mask: a tree of bools, or a function of the params that
         returns one, choosing the leaves that decay; all leaves by default.
-      **shampoo_kwargs: the keyword-only arguments of ``scale_by_shampoo``.
+      The other arguments: see ``scale_by_shampoo``.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -359,7 +393,26 @@ def shampoo(
     if not callable(learning_rate):
         validation.check_non_negative("learning_rate", learning_rate, 1e-3)
     return optax.chain(
-        scale_by_shampoo(block_size, beta1, beta2, diagonal_epsilon, matrix_epsilon, **shampoo_kwargs),
+        scale_by_shampoo(
+            block_size,
+            beta1,
+            beta2,
+            diagonal_epsilon,
+            matrix_epsilon,
+            start_preconditioning_step=start_preconditioning_step,
+            preconditioning_compute_steps=preconditioning_compute_steps,
+            statistics_compute_steps=statistics_compute_steps,
+            graft_type=graft_type,
+            nesterov=nesterov,
+            exponent_override=exponent_override,
+            skip_preconditioning_dim_size_gt=skip_preconditioning_dim_size_gt,
+            root_method=root_method,
+            max_root_iterations=max_root_iterations,
+            root_tolerance=root_tolerance,
+            root_error_threshold=root_error_threshold,
+            pseudo_inverse_rtol=pseudo_inverse_rtol,
+            root_dtype=root_dtype,
+        ),
         optax.add_decayed_weights(weight_decay, weight_decay_mask),
         optax.scale_by_learning_rate(learning_rate),
     )

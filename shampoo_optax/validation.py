@@ -9,6 +9,9 @@ known when the optimizer is built.
 import numbers
 from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
+
 
 def _is_concrete_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -48,3 +51,19 @@ def check_choice(name: str, value, choices: Sequence[str]) -> None:
     if value not in choices:
         options = ", ".join(repr(choice) for choice in choices)
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+def check_float_dtype(name: str, value) -> jnp.dtype:
+    """Return ``value`` as a floating dtype that JAX can use in this process."""
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{name} must be a floating dtype, got {value!r}; use e.g. jnp.float32")
+    if dtype.itemsize > 4 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"{name}={dtype.name} needs 64-bit JAX; call jax.config.update('jax_enable_x64', True) "
+            f"before building the optimizer, or leave {name}=None"
+        )
+    return dtype

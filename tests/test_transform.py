@@ -155,6 +155,10 @@ def test_learning_rate_schedule():
         ("start_preconditioning_step", 0, "start_preconditioning_step must be a positive int"),
         ("graft_type", "adamw", "graft_type must be one of 'none', 'sgd', 'adagrad', 'rmsprop', 'adam'"),
         ("root_method", "svd", "root_method must be one of 'newton', 'eigh'"),
+        ("pseudo_inverse_rtol", 1e-6, "needs eigenvalues, .* use root_method='eigh'"),
+        ("root_dtype", "int32", "root_dtype must be a floating dtype, got 'int32'"),
+        ("root_dtype", "bogus", "root_dtype must be a floating dtype, got 'bogus'"),
+        ("root_dtype", "float64", r"root_dtype=float64 needs 64-bit JAX; call jax.config.update"),
         ("exponent_override", 0, "exponent_override must be a positive int"),
         ("skip_preconditioning_dim_size_gt", -1, "skip_preconditioning_dim_size_gt must be an int >= 0"),
         ("weight_decay", -0.1, "weight_decay must be >= 0"),
@@ -163,6 +167,82 @@ def test_learning_rate_schedule():
 def test_invalid_hyperparameter_raises(argument, value, message):
     with pytest.raises(ValueError, match=message):
         shampoo_optax.shampoo(1e-3, **{argument: value})
+
+
+def test_non_finite_gradient_keeps_previous_roots():
+    transform = shampoo_optax.scale_by_shampoo(block_size=8, start_preconditioning_step=1, preconditioning_compute_steps=1)
+    params = {"w": jnp.zeros((8, 6))}
+    state = transform.init(params)
+    update = jax.jit(transform.update)
+    _, state = update({"w": jnp.asarray(random_gradients(0, [(8, 6)], 1)[0][0])}, state)
+    good_roots = [np.asarray(root) for root in state.preconditioners]
+    assert all(int(f.sum()) == 0 for f in state.root_failures)
+
+    for bad in (np.inf, np.nan):
+        failures = sum(int(f.sum()) for f in state.root_failures)
+        grads = np.ones((8, 6), np.float32)
+        grads[2, 3] = bad
+        _, state = update({"w": jnp.asarray(grads)}, state)
+        for root, good in zip(state.preconditioners, good_roots):
+            np.testing.assert_array_equal(root, good)
+        # Both statistics of the one block were rejected.
+        assert sum(int(f.sum()) for f in state.root_failures) == failures + 2
+
+
+def _dot_lines(lowered_text: str) -> list[str]:
+    return [line for line in lowered_text.splitlines() if "dot_general" in line]
+
+
+@pytest.mark.parametrize("root_method", ["newton", "eigh"])
+def test_every_matmul_asks_for_highest_precision(root_method):
+    # On CPU every precision computes the same numbers, so only the lowered
+    # program can show a missing flag; on TPU it would mean bf16 passes.
+    transform = shampoo_optax.shampoo(1e-3, block_size=8, root_method=root_method)
+    params = {"w": jnp.zeros((12, 8)), "conv": jnp.zeros((3, 3, 4, 8)), "b": jnp.zeros((8,))}
+    state = transform.init(params)
+    text = jax.jit(transform.update).lower(params, state, params).as_text()
+    lines = _dot_lines(text)
+    assert len(lines) > 10
+    for line in lines:
+        assert "precision = [HIGHEST, HIGHEST]" in line, line
+
+
+def test_float64_roots_with_x64():
+    # A rank-2 statistic damped to condition number 1e6: float32 roots keep
+    # about two digits, float64 roots all that float32 storage holds. Newton
+    # would estimate lambda_max, and so the damping, to a few percent only.
+    gradient = np.zeros((8, 8), np.float32)
+    gradient[:2] = random_gradients(2, [(2, 8)], 1)[0][0]
+    with jax.enable_x64(True):
+        transform = shampoo_optax.scale_by_shampoo(
+            block_size=8, beta2=1.0, start_preconditioning_step=1, root_method="eigh", root_dtype=jnp.float64
+        )
+        state = transform.init({"w": jnp.zeros((8, 8), jnp.float32)})
+        _, state = jax.jit(transform.update)({"w": jnp.asarray(gradient)}, state)
+    (statistics,), (roots,) = state.statistics, state.preconditioners
+    assert statistics.dtype == roots.dtype == jnp.float32
+    for statistic, root in zip(np.asarray(statistics, np.float64), np.asarray(roots, np.float64)):
+        expected = inverse_pth_root(statistic, 4, 1e-6)
+        assert np.linalg.norm(root - expected) / np.linalg.norm(expected) < 1e-6
+
+
+def test_pseudo_inverse_whitens_rank_one_gradient():
+    # G = s u v^T has statistics s^2 u u^T and s^2 v v^T, whose pseudo-inverse
+    # fourth roots are u u^T / sqrt(s) and v v^T / sqrt(s): the direction is u v^T.
+    rng = np.random.default_rng(5)
+    u, v = rng.normal(size=12), rng.normal(size=10)
+    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+    transform = shampoo_optax.scale_by_shampoo(
+        block_size=16,
+        beta1=0.0,
+        graft_type="none",
+        start_preconditioning_step=1,
+        root_method="eigh",
+        pseudo_inverse_rtol=1e-6,
+    )
+    state = transform.init({"w": jnp.zeros((12, 10))})
+    updates, _ = transform.update({"w": jnp.asarray(3.0 * np.outer(u, v), jnp.float32)}, state)
+    np.testing.assert_allclose(updates["w"], np.outer(u, v), atol=1e-5)
 
 
 def test_negative_learning_rate_raises():
