@@ -20,7 +20,9 @@ merged. A parameter goes through three steps:
 
 Scalars, 1-D parameters, empty parameters and parameters with any dimension
 larger than ``skip_preconditioning_dim_size_gt`` are not blocked: they get the
-grafted diagonal step only, and are packed into one flat vector.
+grafted diagonal step only, and are packed into one flat vector. The vector is
+left out when it would be empty, because checkpointers such as Orbax reject
+zero-size arrays.
 
 Everything here is static: the layout is computed in Python from shapes
 alone, and the split and reassembly are exact reshapes, transposes and slices.
@@ -119,6 +121,11 @@ class BlockLayout:
     def stack_keys(self) -> tuple[Shape, ...]:
         return tuple(key for key, _ in self.stacks)
 
+    @property
+    def diagonal_size(self) -> int:
+        """Number of entries in the leaves that are not preconditioned."""
+        return sum(math.prod(p.shape) for p in self.parameters if not p.preconditioned)
+
 
 def _dimension_parts(size: int, block_size: int) -> list[tuple[int, int, int]]:
     """Split one dimension into (start, count, block length) parts."""
@@ -168,6 +175,45 @@ def block_layout(shapes: tuple[Shape, ...], block_size: int, skip_dim_size_gt: i
     return BlockLayout(tuple(parameters), tuple(stack_counts.items()))
 
 
+def describe_misfit(
+    shapes: tuple[Shape, ...],
+    names: Sequence[str],
+    block_size: int,
+    skip_dim_size_gt: int,
+    state_stacks: dict[Shape, int],
+    state_diagonal_size: int,
+) -> str:
+    """Name the first leaf whose blocks do not fit a state built for other shapes.
+
+    The leaves are added one at a time. The first one after which the layout
+    needs more blocks of some shape, or more unblocked entries, than the state
+    has is named. If every leaf fits, the state was built for more leaves.
+    """
+    for i, (shape, name) in enumerate(zip(shapes, names)):
+        prefix = block_layout(shapes[: i + 1], block_size, skip_dim_size_gt)
+        for block_shape, count in prefix.stacks:
+            if count > state_stacks.get(block_shape, 0):
+                return (
+                    f"leaf {name} with shape {shape} does not fit: up to it, the updates need {count} "
+                    f"blocks of shape {block_shape}, and the state has {state_stacks.get(block_shape, 0)}"
+                )
+        if prefix.diagonal_size > state_diagonal_size:
+            return (
+                f"leaf {name} with shape {shape} does not fit: up to it, the leaves that are not "
+                f"preconditioned have {prefix.diagonal_size} entries, and the state has {state_diagonal_size}"
+            )
+
+    layout = block_layout(shapes, block_size, skip_dim_size_gt)
+    counts = dict(layout.stacks)
+    extra = []
+    for key, n in state_stacks.items():
+        if n > counts.get(key, 0):
+            extra.append(f"{n - counts.get(key, 0)} more blocks of shape {key}")
+    if state_diagonal_size > layout.diagonal_size:
+        extra.append(f"{state_diagonal_size - layout.diagonal_size} more entries of leaves that are not preconditioned")
+    return f"the state was built for leaves that the updates lack: it has {' and '.join(extra)}"
+
+
 def _split_region(merged: jax.Array, region: Region) -> jax.Array:
     """Cut a region out of a merged parameter as ``[num_blocks, *block_shape]``."""
     rank = len(region.grid)
@@ -199,7 +245,8 @@ def pack(leaves: Sequence[jax.Array], layout: BlockLayout) -> tuple[jax.Array, .
 
     Returns ``(*stacks, diagonal)``: one ``[n, *block_shape]`` array per entry
     of ``layout.stacks``, then the leaves that are not preconditioned,
-    flattened and concatenated. Elementwise work (grafting, momentum) then
+    flattened and concatenated, or ``(*stacks,)`` alone if those leaves have
+    no entries (``layout.diagonal_size == 0``). Elementwise work (grafting, momentum) then
     runs on a few large arrays rather than on every leaf, so the compiled
     update does not grow with the number of layers.
     """
@@ -216,22 +263,24 @@ def pack(leaves: Sequence[jax.Array], layout: BlockLayout) -> tuple[jax.Array, .
     # Regions were numbered in this same order, so concatenation puts each
     # region's blocks at its stack_offset.
     stacks = tuple(jnp.concatenate(pieces[key], axis=0) for key in layout.stack_keys)
-    if diagonal:
-        flat = jnp.concatenate(diagonal)
-    else:
-        flat = jnp.zeros((0,), jnp.result_type(*leaves) if leaves else jnp.float32)
-    return stacks + (flat,)
+    if layout.diagonal_size == 0:
+        return stacks
+    return stacks + (jnp.concatenate(diagonal),)
 
 
 def unpack(packed: Sequence[jax.Array], leaves: Sequence[jax.Array], layout: BlockLayout) -> list[jax.Array]:
     """Invert ``pack``; ``leaves`` gives the shape and dtype of each output."""
-    by_key = dict(zip(layout.stack_keys, packed[:-1]))
-    flat = packed[-1]
+    num_stacks = len(layout.stacks)
+    by_key = dict(zip(layout.stack_keys, packed[:num_stacks]))
     flat_offset = 0
     rebuilt = []
     for leaf, parameter in zip(leaves, layout.parameters):
+        size = math.prod(parameter.shape)
+        if size == 0:
+            rebuilt.append(jnp.zeros(parameter.shape, leaf.dtype))
+            continue
         if not parameter.preconditioned:
-            size = math.prod(parameter.shape)
+            flat = packed[num_stacks]
             rebuilt.append(flat[flat_offset : flat_offset + size].reshape(parameter.shape).astype(leaf.dtype))
             flat_offset += size
             continue

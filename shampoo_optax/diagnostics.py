@@ -21,7 +21,7 @@ class RootDiagnostics(NamedTuple):
     """Health of the inverse p-th roots, over every Shampoo state found.
 
     Attributes:
-      max_root_error: the largest residual ``max |X^p A - I|`` among the roots
+      max_root_error: the largest residual ``max |X^a A X^b - I|`` (a + b = p) among the roots
         computed at the last refresh, accepted or not; NaN if one of them was
         not finite, zero before the first refresh.
       max_root_iterations: the most Newton iterations one root took at the

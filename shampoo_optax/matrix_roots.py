@@ -51,9 +51,12 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # few percent of accuracy.
 _POWER_ITERATIONS = 16
 
-# The Newton loop stops once its error grows past this factor of the best
-# error seen: rounding has then taken over from convergence.
-_DIVERGENCE_FACTOR = 1.2
+# Once the Newton error ||M - I||_F is below this value, every eigenvalue of
+# M lies in (0.5, 1.5), where the iteration converges quadratically. A step
+# that does not improve the error then means rounding has taken over, and the
+# loop stops. Before that, the error can rise for a step while the small
+# eigenvalues of a wide spectrum still grow.
+_CONVERGENCE_REGION = 0.5
 
 
 class RootResult(NamedTuple):
@@ -61,8 +64,8 @@ class RootResult(NamedTuple):
 
     Attributes:
       root: the inverse p-th roots, shape ``[..., d, d]``.
-      error: the residual ``max |X^p (A + damping I) - I|`` of each root X,
-        shape ``[...]``. It is computed from the returned root itself, so a
+      error: the residual ``max |X^a (A + damping I) X^b - I|`` of each
+        root X, with a = floor(p / 2) and b = p - a, shape ``[...]``. It is computed from the returned root itself, so a
         wrong root cannot hide behind a small iteration error. For a
         pseudo-inverse, ``I`` is replaced by the projector onto the kept
         eigenvectors.
@@ -109,7 +112,20 @@ def _largest_eigenvalue(matrix: jax.Array) -> jax.Array:
 
 
 def _residual(root: jax.Array, damped: jax.Array, p: int, target: jax.Array) -> jax.Array:
-    return jnp.max(jnp.abs(_matmul(matrix_power(root, p), damped) - target))
+    """Return max |X^a A X^b - target| with a = floor(p / 2), b = p - a.
+
+    For a root X, which commutes with A, this equals X^p A - target. The
+    balanced form is far less sensitive to rounding: for float32 roots of
+    rank-deficient 256 x 256 statistics damped to condition number 1e6, good
+    roots gave max |X^p A - I| of 0.25 to 0.65, close to the value of 1 that a
+    wrong root such as a scaled identity gives, while the balanced form gave
+    0.01 to 0.09 (with 0.96 to 1.0 for the scaled identity).
+    """
+    left = p // 2
+    product = _matmul(damped, matrix_power(root, p - left))
+    if left > 0:
+        product = _matmul(matrix_power(root, left), product)
+    return jnp.max(jnp.abs(product - target))
 
 
 def _newton_root(
@@ -127,31 +143,35 @@ def _newton_root(
     scale = (p + 1) / (2.0 * jnp.linalg.norm(damped))
     m0 = scale * damped
     x0 = jnp.power(scale, 1.0 / p) * identity
-    error0 = jnp.max(jnp.abs(m0 - identity))
+    error0 = jnp.linalg.norm(m0 - identity)
 
     def keep_going(state):
-        i, _, _, error, _, best_error = state
-        still_improving = error <= _DIVERGENCE_FACTOR * best_error
-        return (i < max_iterations) & (best_error > tolerance) & still_improving
+        i, _, _, _, best_error, improved = state
+        stalled = (best_error < _CONVERGENCE_REGION) & ~improved
+        return (i < max_iterations) & (best_error > tolerance) & ~stalled
 
     def step(state):
-        i, m, x, _, best_x, best_error = state
+        i, m, x, best_x, best_error, _ = state
         t = ((p + 1) * identity - m) / p
         m = _matmul(matrix_power(t, p), m)
         x = _matmul(x, t)
-        error = jnp.max(jnp.abs(m - identity))
-        improved = error < best_error
+        error = jnp.linalg.norm(m - identity)
+        # The best iterate is kept, but the scaled identity X_0 never is: its
+        # error can be the smallest before the small eigenvalues have grown.
+        improved = (error < best_error) | (i == 0)
         best_x = jnp.where(improved, x, best_x)
         best_error = jnp.where(improved, error, best_error)
-        return i + 1, m, x, error, best_x, best_error
+        return i + 1, m, x, best_x, best_error, improved
 
-    state = (jnp.zeros((), jnp.int32), m0, x0, error0, x0, error0)
-    iterations, _, _, _, best_x, _ = jax.lax.while_loop(keep_going, step, state)
-    return best_x, iterations
+    state = (jnp.zeros((), jnp.int32), m0, x0, x0, error0, jnp.ones((), bool))
+    iterations, _, _, best_x, _, _ = jax.lax.while_loop(keep_going, step, state)
+    # X_k T_k drifts from symmetry by rounding; the true root is symmetric.
+    # Symmetrizing halved the residual on rank-deficient statistics.
+    return (best_x + best_x.T) / 2, iterations
 
 
 def _eigh_root(
-    matrix: jax.Array, p: int, epsilon: float, pseudo_inverse_rtol: float | None
+    matrix: jax.Array, p: int, epsilon: float, damping_floor: jax.Array, pseudo_inverse_rtol: float | None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Return (root, damping, target) for one matrix by eigendecomposition.
 
@@ -162,7 +182,7 @@ def _eigh_root(
     # Rounding can leave tiny negative eigenvalues on a PSD matrix.
     eigenvalues = jnp.maximum(eigenvalues, 0.0)
     largest = eigenvalues[-1]
-    damping = epsilon * jnp.maximum(largest, 1.0)
+    damping = epsilon * jnp.maximum(largest, damping_floor)
     inverse_root = jnp.power(eigenvalues + damping, -1.0 / p)
     if pseudo_inverse_rtol is None:
         target = jnp.eye(matrix.shape[-1], dtype=matrix.dtype)
@@ -186,16 +206,28 @@ def _single_root(
     matrix = (matrix + matrix.T) / 2
     identity = jnp.eye(matrix.shape[-1], dtype=matrix.dtype)
 
+    # Gradients near 1e15 give statistics near 1e32, whose squares (in the
+    # Frobenius norm and the Newton products) overflow float32. The methods
+    # therefore work on matrix / scale, with scale the power of two at or
+    # below the largest entry, so the division is exact and the scale itself
+    # cannot overflow. The damping floor is scaled with it, and
+    # (A / scale)^(-1/p) * scale^(-1/p) is the root of A.
+    _, exponent = jnp.frexp(jnp.max(jnp.abs(matrix)))
+    scale = jnp.ldexp(jnp.ones((), matrix.dtype), exponent - 1)
+    matrix = matrix / scale
+    damping_floor = 1.0 / scale
+
     if method == "eigh":
-        root, damping, target = _eigh_root(matrix, p, epsilon, pseudo_inverse_rtol)
+        root, damping, target = _eigh_root(matrix, p, epsilon, damping_floor, pseudo_inverse_rtol)
         iterations = jnp.zeros((), jnp.int32)
     else:
-        damping = epsilon * jnp.maximum(_largest_eigenvalue(matrix), 1.0)
+        damping = epsilon * jnp.maximum(_largest_eigenvalue(matrix), damping_floor)
         root, iterations = _newton_root(matrix + damping * identity, p, max_iterations, tolerance)
         target = identity
 
+    # The residual is scale-free: (c X)^a (A / c^p) (c X)^b = X^a A X^b.
     error = _residual(root, matrix + damping * identity, p, target)
-    return RootResult(root, error, iterations)
+    return RootResult(root * jnp.power(scale, -1.0 / p), error, iterations)
 
 
 def check_options(method_name: str, method: RootMethod, pseudo_inverse_rtol: float | None) -> None:
@@ -232,7 +264,8 @@ def matrix_inverse_pth_root(
       method: ``"newton"`` (coupled Newton iterations, matmuls only) or
         ``"eigh"`` (eigendecomposition).
       max_iterations: cap on Newton iterations per matrix.
-      tolerance: Newton stops once ``max |M - I|`` is at most this value.
+      tolerance: Newton stops once ``||M - I||_F`` is at most this value,
+        where M = X^p (A + damping I) is tracked by the iteration.
       pseudo_inverse_rtol: if set, eigenvalues at most this fraction of the
         largest one count as zero and get a zero inverse root. Needs
         ``method="eigh"``.

@@ -1,9 +1,10 @@
 """Checks of hyperparameters, run when an optimizer is built.
 
 Each check raises ``ValueError`` naming the argument, the value and a valid
-choice. Values that are not Python numbers (arrays, or tracers passed by
-``optax.inject_hyperparams``) are not checked, because their values are not
-known when the optimizer is built.
+choice. Arrays, including the tracers that ``optax.inject_hyperparams`` passes
+for every numeric argument, are not checked, because their values are not
+known when the optimizer is built. Arguments that set array shapes are the
+exception: they must be Python ints.
 """
 
 import numbers
@@ -17,14 +18,22 @@ def _is_concrete_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def check_positive_int(name: str, value, example: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}; use e.g. {example}")
+def check_int(name: str, value, example: int, *, minimum: int, sets_shapes: bool = False) -> None:
+    """Check that ``value`` is an int >= ``minimum`` (0 or 1).
 
-
-def check_non_negative_int(name: str, value, example: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}; use e.g. {example}")
+    With ``sets_shapes``, an array is an error too, because the value must be
+    known when the update is traced.
+    """
+    if isinstance(value, jax.Array) and not sets_shapes:
+        return
+    if isinstance(value, jax.Array):
+        raise ValueError(
+            f"{name} must be a Python int because it sets array shapes, got an array; "
+            f"with optax.inject_hyperparams, list {name!r} in static_args"
+        )
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        requirement = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {requirement}, got {value!r}; use e.g. {example}")
 
 
 def check_unit_interval(name: str, value, example: float, *, include_one: bool) -> None:
