@@ -43,6 +43,23 @@ def compile_seconds(tx: optax.GradientTransformation, params: dict, repeats: int
     return best
 
 
+def measure(depths, width: int, repeats: int) -> list[dict]:
+    """Compile seconds of Shampoo and AdamW for each depth; also used by ``python -m benchmarks``."""
+    optimizers = {
+        "shampoo": shampoo_optax.shampoo(1e-3, block_size=width),
+        "adamw": optax.adamw(1e-3),
+    }
+    rows = []
+    for depth in depths:
+        params = make_params(depth, width)
+        row = {"depth": depth}
+        for name, tx in optimizers.items():
+            row[f"{name}_seconds"] = round(compile_seconds(tx, params, repeats), 3)
+        rows.append(row)
+        print(f"depth {depth:3d}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "depth"), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 32], help="numbers of layers")
@@ -50,18 +67,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="compilations per point; the best is kept")
     args = parser.parse_args()
 
-    optimizers = {
-        "shampoo": shampoo_optax.shampoo(1e-3, block_size=args.width),
-        "adamw": optax.adamw(1e-3),
-    }
-    rows = []
-    for depth in args.depths:
-        params = make_params(depth, args.width)
-        row = {"depth": depth}
-        for name, tx in optimizers.items():
-            row[f"{name}_seconds"] = round(compile_seconds(tx, params, args.repeats), 3)
-        rows.append(row)
-        print(f"depth {depth:3d}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "depth"))
+    rows = measure(args.depths, args.width, args.repeats)
 
     RESULTS.mkdir(exist_ok=True)
     output = RESULTS / "compile_time.json"
