@@ -8,15 +8,16 @@ EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_digi
 LINEN_EXAMPLE = EXAMPLE.with_name("train_digits_linen.py")
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("train_digits", EXAMPLE)
+def load_example(path: pathlib.Path):
+    """Import an example script as a module, by its file path."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_digits_example_quick_mode(tmp_path):
-    summary = load_example().main(["--quick", "--output-dir", str(tmp_path)])
+    summary = load_example(EXAMPLE).main(["--quick", "--output-dir", str(tmp_path)])
 
     assert (tmp_path / "digits_loss.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "digits_summary.json").read_text()) == summary
@@ -27,15 +28,8 @@ def test_digits_example_quick_mode(tmp_path):
         assert row["final_loss"] < 2.2, name
 
 
-def load_linen_example():
-    spec = importlib.util.spec_from_file_location("train_digits_linen", LINEN_EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_linen_example_quick_mode(tmp_path):
-    summary = load_linen_example().main(["--quick", "--output-dir", str(tmp_path)])
+    summary = load_example(LINEN_EXAMPLE).main(["--quick", "--output-dir", str(tmp_path)])
 
     assert (tmp_path / "digits_linen_loss.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "digits_linen_summary.json").read_text()) == summary
